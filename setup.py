@@ -7,7 +7,11 @@ from setuptools import setup
 CORE_SOURCES = sorted(
     [
         "csrc/bindings.cpp",
+        "csrc/core/bitset.cc",
         "csrc/core/round.cc",
+        "csrc/core/round_plan.cc",
+        "csrc/core/viable_set.cc",
+        "csrc/register_round.cpp",
     ]
 )
 

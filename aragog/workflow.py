@@ -196,6 +196,12 @@ def workflow_from_dict(raw: Any, where: str = "<dict>") -> Workflow:
         spec = _WorkflowSpec.model_validate(raw)
     except ValidationError as exc:
         raise WorkflowError(f"{where}: {_describe_validation_error(exc)}") from None
+    for i, a in enumerate(spec.agents):
+        if a.models is not None and not a.models:
+            raise WorkflowError(
+                f"{where}: agents[{i}].models: a workflow agent needs at least one "
+                "candidate model (leave the field out to use the whole family)"
+            )
     agents = [
         Agent(
             name=a.name,

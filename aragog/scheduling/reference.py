@@ -14,12 +14,18 @@ finished fraction to F.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from aragog.errors import SchedulingError
 from aragog.scheduling.round import RoundInput, RoundResult
+
+MAX_ABS_THROUGHPUT = 1e18
+"""Largest magnitude of a curve's throughput: far above any engine, and far enough below
+the float range that no interpolation, gain or sum of gains can overflow to inf or NaN
+(which would leave the ranking undefined)."""
 
 
 @dataclass
@@ -149,7 +155,13 @@ def narrow_viable_set(
     viable: np.ndarray, stride: int, radix: int, digit: int
 ) -> np.ndarray:
     """The configurations of ``viable`` whose digit (``stride``, ``radix``) is
-    ``digit``: what a request keeps once that stage is dispatched to that model."""
+    ``digit``: what a request keeps once that stage is dispatched to that model.
+
+    Raises:
+        SchedulingError: ``stride`` or ``radix`` is below 1.
+    """
+    if stride < 1 or radix < 1:
+        _fail(f"stride and radix must be at least 1, found {stride} and {radix}")
     return viable[(viable // stride) % radix == digit]
 
 
@@ -206,11 +218,11 @@ def validate(inp: RoundInput) -> None:
     agent_off = np.asarray(inp.agent_offsets)
     cand_off = np.asarray(inp.candidate_offsets)
     cands = np.asarray(inp.candidate_models)
-    if len(agent_off) < 2 or agent_off[0] != 0 or np.any(np.diff(agent_off) <= 0):
+    if len(agent_off) < 2 or agent_off[0] != 0 or not _increasing(agent_off):
         _fail("agent_offsets must start at 0 and give every workflow an agent")
     if agent_off[-1] != len(cand_off) - 1:
         _fail("agent_offsets must end at the number of agents (candidate_offsets - 1)")
-    if cand_off[0] != 0 or np.any(np.diff(cand_off) <= 0):
+    if cand_off[0] != 0 or not _increasing(cand_off):
         _fail("candidate_offsets must start at 0 and give every agent a candidate")
     if cand_off[-1] != len(cands):
         _fail("candidate_offsets must end at len(candidate_models)")
@@ -230,18 +242,18 @@ def validate(inp: RoundInput) -> None:
         _fail(
             "viable_offsets must have one entry per request plus one, 0 to len(viable)"
         )
-    if np.any(np.diff(via_off) < 0):
+    if np.any(via_off[1:] < via_off[:-1]):
         _fail("viable_offsets must be non-decreasing")
     if np.any((wf < 0) | (wf >= num_workflows)):
         _fail("request_workflow holds an unknown workflow index")
     for r in range(len(wf)):
         w = int(wf[r])
         radix = np.diff(cand_off[agent_off[w] : agent_off[w + 1] + 1])
-        num_configs = int(np.prod(radix, dtype=np.int64))
+        num_configs = math.prod(int(x) for x in radix)
         chunk = via[via_off[r] : via_off[r + 1]]
-        if len(chunk) and (chunk[0] < 0 or chunk[-1] >= num_configs):
+        if len(chunk) and (chunk[0] < 0 or int(chunk[-1]) >= num_configs):
             _fail(f"request {r}: a viable configuration is out of [0, {num_configs})")
-        if np.any(np.diff(chunk) <= 0):
+        if not _increasing(chunk):
             _fail(f"request {r}: viable configurations must be strictly increasing")
 
     # Items.
@@ -275,16 +287,24 @@ def validate(inp: RoundInput) -> None:
     thr = np.asarray(inp.curve_throughput)
     if len(curve_off) != num_engines + 1 or curve_off[0] != 0:
         _fail("curve_offsets must have one entry per engine plus one, starting at 0")
-    if np.any(np.diff(curve_off) <= 0) or curve_off[-1] != len(loads):
+    if not _increasing(curve_off) or curve_off[-1] != len(loads):
         _fail("curve_offsets must give every engine a point and end at len(curve_load)")
     if len(thr) != len(loads):
         _fail("curve_load and curve_throughput must have one length")
     if not (np.all(np.isfinite(loads)) and np.all(np.isfinite(thr))):
         _fail("curve points must be finite")
+    if np.any(np.abs(thr) > MAX_ABS_THROUGHPUT):
+        _fail("curve throughputs must lie within [-1e18, 1e18]")
     for e in range(num_engines):
         chunk = loads[curve_off[e] : curve_off[e + 1]]
-        if chunk[0] != 0 or np.any(np.diff(chunk) <= 0):
+        if chunk[0] != 0 or not _increasing(chunk):
             _fail(f"engine {e}: curve loads must start at 0 and strictly increase")
+
+
+def _increasing(values: np.ndarray) -> bool:
+    """Strictly increasing. Compares neighbours directly: ``np.diff`` on integers wraps
+    around on overflow and would let a decreasing pair through."""
+    return not np.any(values[1:] <= values[:-1])
 
 
 def _fail(message: str) -> None:

@@ -55,7 +55,7 @@ class RoundInput:
         curve_offsets: int32[E+1]; engine ``e``'s throughput-versus-load curve is the
             piecewise-linear function through ``(curve_load[j], curve_throughput[j])``
             for ``j`` in its slice: loads strictly increasing, starting at 0, flat past
-            the last point.
+            the last point; throughputs finite, within [-1e18, 1e18].
     beam_width: B >= 1.
     """
 
