@@ -19,8 +19,8 @@ from aragog.errors import AragogError
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_RATE_RPS = 2.0
-DEFAULT_DURATION_S = 600.0
+DEFAULT_RATE_RPS = 6.0
+DEFAULT_DURATION_S = 300.0
 DEFAULT_SWEEP_REQUESTS = 600
 
 console = Console()
@@ -135,8 +135,12 @@ def simulate(rate: float, duration: float, **opts: Any) -> None:
     spec = _spec(opts, duration_s=duration)
     experiment = Experiment(spec)
     records = {}
-    for policy in spec.policies:
-        records[policy] = summarize(experiment.run(policy, rate), rate)
+    with _progress() as progress:
+        task = progress.add_task("simulating", total=len(spec.policies))
+        for policy in spec.policies:
+            progress.update(task, description=f"{policy} @ {rate:g} req/s")
+            records[policy] = summarize(experiment.run(policy, rate), rate)
+            progress.advance(task)
 
     # Print the table and write the JSON.
     title = _title(experiment, f"{rate:g} req/s")
@@ -151,7 +155,7 @@ def simulate(rate: float, duration: float, **opts: Any) -> None:
     "rates",
     type=float,
     multiple=True,
-    help="A rate of the ladder (repeat it); by default 8 rates from light load to "
+    help="A rate of the ladder (repeat it); by default 10 rates from light load to "
     "overload, derived from the node's capacity.",
 )
 @click.option(
@@ -182,10 +186,11 @@ def sweep(
     from aragog.sim.experiment import Experiment
     from aragog.sim.report import plot_latency_vs_rate, sweep_table
     from aragog.sim.sweep import (
+        DEFAULT_NUM_REFINEMENTS,
         default_rates,
         highest_common_rate,
         max_throughput,
-        run_grid,
+        run_sweep,
     )
 
     # The rate ladder, unless given.
@@ -198,16 +203,10 @@ def sweep(
         raise AragogError(f"--rate: rates must be positive, found {list(ladder)}")
 
     # Every (policy, rate) run, with a progress bar.
-    with Progress(
-        "[progress.description]{task.description}",
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err_console,
-        transient=True,
-    ) as progress:
-        task = progress.add_task("simulating", total=len(ladder) * len(spec.policies))
-        grid = run_grid(
+    with _progress() as progress:
+        num_runs = (len(ladder) + DEFAULT_NUM_REFINEMENTS) * len(spec.policies)
+        task = progress.add_task("simulating", total=num_runs)
+        grid = run_sweep(
             spec,
             ladder,
             workers,
@@ -215,9 +214,10 @@ def sweep(
                 task, advance=1, description=f"{p} @ {r:g} req/s"
             ),
         )
+        progress.update(task, completed=num_runs)
 
     # Summaries per policy, at the highest rate every policy kept up with.
-    common = highest_common_rate(grid)
+    common = highest_common_rate(grid, ladder)
     summaries = {}
     for policy, records in grid.items():
         at_common = next(r for r in records if r["offered_rate_rps"] == common)
@@ -282,6 +282,169 @@ def bench_core_command(
         Path(json_path).write_text(json.dumps(figures, indent=2) + "\n")
 
 
+@cli.command("serve")
+@click.option(
+    "--config",
+    "config_path",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="Deployment file (YAML): workflows, model family, engines, router.",
+)
+@click.option(
+    "--host", default="127.0.0.1", show_default=True, help="Address to listen on."
+)
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=8000,
+    show_default=True,
+    help="Port to listen on.",
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    default="info",
+    show_default=True,
+)
+def serve_command(config_path: str, host: str, port: int, log_level: str) -> None:
+    """Serve a deployment's workflows over HTTP until SIGINT or SIGTERM."""
+    from aragog.server.serve import serve
+
+    _setup_logging(log_level)
+    serve(config_path, host, port)
+
+
+@cli.command("bench")
+@click.option(
+    "--url",
+    default="http://127.0.0.1:8000",
+    show_default=True,
+    help="Base URL of a running `aragog serve`.",
+)
+@click.option(
+    "--workflow",
+    default="self-refine",
+    show_default=True,
+    help="Workflow to run: a shipped name or a workflow YAML path (the server must "
+    "serve a workflow of that name).",
+)
+@click.option(
+    "--trace",
+    default="azure-conv",
+    show_default=True,
+    help="Trace file (Azure CSV, BurstGPT CSV, Mooncake JSONL) or azure-conv.",
+)
+@click.option(
+    "--rate",
+    type=float,
+    default=DEFAULT_RATE_RPS,
+    show_default=True,
+    help="Mean arrival rate, workflow requests/s.",
+)
+@click.option(
+    "--duration",
+    type=float,
+    default=DEFAULT_DURATION_S,
+    show_default=True,
+    help="Seconds of arrivals to send.",
+)
+@click.option(
+    "--requests",
+    "num_requests",
+    type=int,
+    default=None,
+    help="Number of requests (overrides --duration).",
+)
+@click.option(
+    "--arrivals",
+    type=click.Choice(["trace", "poisson"]),
+    default="trace",
+    show_default=True,
+    help="Keep the trace's burstiness (rescaled) or draw Poisson arrivals.",
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed.")
+@click.option(
+    "--timeout",
+    "timeout_s",
+    type=float,
+    default=600.0,
+    show_default=True,
+    help="Seconds one run may take before it counts as not completed.",
+)
+@click.option(
+    "--max-context-tokens",
+    type=int,
+    default=None,
+    help="Cap each request's own text (short-context engines); the run then no "
+    "longer matches `aragog simulate`.",
+)
+@click.option(
+    "--max-output-tokens",
+    type=int,
+    default=None,
+    help="Cap each stage's output, likewise.",
+)
+@click.option(
+    "--json",
+    "json_path",
+    type=click.Path(dir_okay=False, writable=True),
+    default=None,
+    help="Also write the results as JSON (the schema of `aragog simulate --json`).",
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    default="warning",
+    show_default=True,
+)
+def bench_command(
+    url: str,
+    workflow: str,
+    trace: str,
+    rate: float,
+    duration: float,
+    num_requests: int | None,
+    arrivals: str,
+    seed: int,
+    timeout_s: float,
+    max_context_tokens: int | None,
+    max_output_tokens: int | None,
+    json_path: str | None,
+    log_level: str,
+) -> None:
+    """Replay a trace against a running deployment, as `aragog simulate` would."""
+    import asyncio
+
+    from aragog.server.bench import BenchSpec, run_bench
+    from aragog.sim.report import simulate_table
+
+    # Send the requests, then report them like a simulated run.
+    _setup_logging(log_level)
+    spec = BenchSpec(
+        url=url,
+        workflow=workflow,
+        trace=trace,
+        rate_rps=rate,
+        num_requests=num_requests,
+        duration_s=duration,
+        arrivals=arrivals,
+        seed=seed,
+        timeout_s=timeout_s,
+        max_context_tokens=max_context_tokens,
+        max_output_tokens=max_output_tokens,
+    )
+    header, record = asyncio.run(run_bench(spec))
+    title = f"{header['workflow']} on {header['family']} at {url}, {rate:g} req/s"
+    console.print(simulate_table(title, {"aragog": record}))
+    if header["errors"]:
+        failed = ", ".join(f"{k}: {v}" for k, v in header["errors"].items())
+        err_console.print(f"runs not completed, by cause: {failed}")
+    if json_path:
+        document = {**header, "policies": {"aragog": record}}
+        text = json.dumps(_finite(document), indent=2, allow_nan=False)
+        Path(json_path).write_text(text + "\n")
+
+
 def main() -> None:
     """Entry point: turn every aragog error into one line and a non-zero exit."""
     try:
@@ -303,6 +466,18 @@ def main() -> None:
         # One line, never wrapped: scripts grep it and users read it whole.
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
+
+
+def _progress() -> Progress:
+    """A progress bar on stderr that disappears when done (stdout stays clean)."""
+    return Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=True,
+    )
 
 
 def _spec(opts: dict[str, Any], duration_s: float | None) -> Any:

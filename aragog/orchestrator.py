@@ -12,10 +12,12 @@ so a multi-stage request does not go to the tail after every stage.
 
 from __future__ import annotations
 
+import bisect
 import logging
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
+from itertools import chain
 
 import numpy as np
 
@@ -69,7 +71,15 @@ class Completion:
 
 
 class _Request:
-    __slots__ = ("workflow", "space", "viable", "status", "num_blocking", "engine")
+    __slots__ = (
+        "workflow",
+        "space",
+        "viable",
+        "status",
+        "num_blocking",
+        "ready",
+        "engine",
+    )
 
     def __init__(self, workflow: int, space: ConfigSpace, viable: np.ndarray) -> None:
         wf = space.workflow
@@ -81,6 +91,8 @@ class _Request:
             StageStatus.READY if n == 0 else StageStatus.BLOCKED
             for n in self.num_blocking
         ]
+        # Ready agents in agent order, kept so a round never scans every status.
+        self.ready = [a for a, s in enumerate(self.status) if s == StageStatus.READY]
         self.engine = [-1] * wf.num_agents
 
 
@@ -164,6 +176,7 @@ class Orchestrator:
             req.num_blocking[d] -= 1
             if req.num_blocking[d] == 0:
                 req.status[d] = StageStatus.READY
+                bisect.insort(req.ready, d)
         if any(s != StageStatus.DONE for s in req.status):
             return None
         del self._queue[request_id]
@@ -246,6 +259,9 @@ class Orchestrator:
                 digits.append({m: k for k, m in enumerate(ids)})
             self._model_digit.append(digits)
         self._agent_offsets = np.array(agent_offsets, np.int32)
+        self._agent_depths = np.array(
+            [d for space in self._spaces for d in space.workflow.depths], np.int32
+        )
         self._candidate_offsets = np.array(candidate_offsets, np.int32)
         self._candidate_models = np.array(candidate_models, np.int32)
         self._engine_model = np.array(
@@ -271,7 +287,7 @@ class Orchestrator:
         picked = []
         num_items = 0
         for request_id, req in self._queue.items():
-            n = sum(1 for s in req.status if s == StageStatus.READY)
+            n = len(req.ready)
             if n == 0:
                 continue
             if num_items + n > self._max_num_items:
@@ -283,18 +299,17 @@ class Orchestrator:
     def _round_input(
         self, picked: list[tuple[Hashable, _Request]], free: np.ndarray
     ) -> RoundInput:
-        request_workflow = np.empty(len(picked), np.int32)
-        viable_offsets = np.zeros(len(picked) + 1, np.int64)
-        item_request, item_agent, item_depth = [], [], []
-        for r, (_, req) in enumerate(picked):
-            request_workflow[r] = req.workflow
-            viable_offsets[r + 1] = viable_offsets[r] + len(req.viable)
-            depths = req.space.workflow.depths
-            for a, s in enumerate(req.status):
-                if s == StageStatus.READY:
-                    item_request.append(r)
-                    item_agent.append(a)
-                    item_depth.append(depths[a])
+        # Per request: workflow and viable-set extent; per item: request and agent.
+        requests = [req for _, req in picked]
+        request_workflow = np.fromiter((q.workflow for q in requests), np.int32)
+        viable_sizes = np.fromiter((len(q.viable) for q in requests), np.int64)
+        viable_offsets = np.concatenate(([0], np.cumsum(viable_sizes)))
+        num_ready = np.fromiter((len(q.ready) for q in requests), np.int64)
+        item_request = np.repeat(np.arange(len(requests), dtype=np.int32), num_ready)
+        item_agent = np.fromiter(
+            chain.from_iterable(q.ready for q in requests), np.int32
+        )
+        global_agent = self._agent_offsets[request_workflow[item_request]] + item_agent
         return RoundInput(
             agent_offsets=self._agent_offsets,
             candidate_offsets=self._candidate_offsets,
@@ -302,9 +317,9 @@ class Orchestrator:
             request_workflow=request_workflow,
             viable_offsets=viable_offsets,
             viable_configs=np.concatenate([req.viable for _, req in picked]),
-            item_request=np.array(item_request, np.int32),
-            item_agent=np.array(item_agent, np.int32),
-            item_depth=np.array(item_depth, np.int32),
+            item_request=item_request,
+            item_agent=item_agent,
+            item_depth=self._agent_depths[global_agent],
             engine_model=self._engine_model,
             engine_free_slots=free.astype(np.int32),
             engine_load=self.occupancy.copy(),
@@ -324,6 +339,7 @@ class Orchestrator:
             req.viable, space.strides[agent], space.radix[agent], digit
         )
         req.status[agent] = StageStatus.RUNNING
+        req.ready.remove(agent)
         req.engine[agent] = engine
         self.occupancy[engine] += 1
         return Dispatch(request_id, agent, engine, self._model_names[model])

@@ -6,7 +6,12 @@ import numpy as np
 import pytest
 
 from aragog.sim.experiment import completed_throughput
-from aragog.sim.sweep import highest_common_rate, keeps_up, max_throughput
+from aragog.sim.sweep import (
+    _bisect_rate,
+    highest_common_rate,
+    keeps_up,
+    max_throughput,
+)
 
 
 def _record(offered: float, throughput: float, p95: float) -> dict:
@@ -40,7 +45,7 @@ def test_the_common_rate_is_the_highest_every_policy_keeps_up_with():
         "b": [_record(1, 1, 5), _record(2, 2, 6), _record(3, 2, 9)],
     }
 
-    assert highest_common_rate(grid) == 2
+    assert highest_common_rate(grid, [1, 2, 3]) == 2
 
 
 def test_throughput_counts_completions_over_the_middle_of_their_span():
@@ -55,3 +60,18 @@ def test_throughput_ignores_requests_that_never_completed():
     finish = np.array([0.0, 1.0, np.nan, 2.0, np.nan])
 
     assert completed_throughput(finish) == pytest.approx(1.0)
+
+
+def test_refinement_bisects_between_the_last_rate_kept_and_the_first_lost():
+    records = [
+        _record(1.0, 1.0, 10.0),
+        _record(4.0, 3.9, 12.0),
+        _record(16.0, 6.0, 90.0),
+    ]
+
+    assert _bisect_rate(records) == 8.0  # the geometric middle of 4 and 16
+
+
+def test_no_refinement_when_every_rate_or_no_rate_keeps_up():
+    assert _bisect_rate([_record(1.0, 1.0, 10.0), _record(2.0, 2.0, 11.0)]) is None
+    assert _bisect_rate([_record(1.0, 0.5, 10.0), _record(2.0, 0.6, 11.0)]) is None

@@ -106,12 +106,12 @@ def simulate(
             _, version, e = heapq.heappop(heap)
             if version != versions[e]:
                 continue
-            for call_id, _t in engines[e].advance(now):
+            for call_id, finished_s in engines[e].advance(now):
                 request, agent = divmod(call_id, num_agents)
-                done = orchestrator.finish_stage(request, agent)
-                if done is not None:
-                    finish_s[request] = _t
-                    config[request] = done.config
+                completion = orchestrator.finish_stage(request, agent)
+                if completion is not None:
+                    finish_s[request] = finished_s
+                    config[request] = completion.config
             push(e)
 
         # Admit every arrival due by now, at the tail of the meta-queue.
@@ -124,12 +124,13 @@ def simulate(
         # One scheduling round; submit what it dispatches.
         touched = set()
         for d in orchestrator.schedule():
-            r = int(d.request_id)
+            req = d.request_id
+            assert isinstance(req, int), "the simulator numbers its requests"
             engines[d.engine].submit(
                 now,
-                r * num_agents + d.agent,
-                int(lengths.prompt_tokens[r, d.agent]),
-                int(lengths.output_tokens[r, d.agent]),
+                req * num_agents + d.agent,
+                int(lengths.prompt_tokens[req, d.agent]),
+                int(lengths.output_tokens[req, d.agent]),
             )
             calls_by_model[d.model] += 1
             touched.add(d.engine)

@@ -43,17 +43,9 @@ def simulate_table(title: str, policies: Mapping[str, dict]) -> Table:
 
 def sweep_table(title: str, policies: Mapping[str, dict]) -> Table:
     """One row per policy and rate, with each policy's maximum throughput."""
-    table = Table(title=title)
-    for column in (
-        "policy",
-        "offered",
-        "throughput",
-        "p50",
-        "p95",
-        "accuracy",
-        "max thr.",
-    ):
-        table.add_column(column, justify="left" if column == "policy" else "right")
+    table = _table(
+        title, ("policy", "offered", "req/s", "p50 s", "p95 s", "acc.", "max req/s")
+    )
     for name, summary in policies.items():
         for i, rec in enumerate(summary["rates"]):
             lat = rec["latency_s"]
@@ -72,7 +64,9 @@ def sweep_table(title: str, policies: Mapping[str, dict]) -> Table:
 
 def _table(title: str, columns: tuple[str, ...]) -> Table:
     # A light box keeps the table within 80 columns, which is what a pipe gets.
-    table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False)
+    table = Table(
+        title=title, box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True
+    )
     for column in columns:
         table.add_column(
             column, justify="left" if column == "policy" else "right", no_wrap=True
