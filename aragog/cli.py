@@ -84,6 +84,14 @@ def _experiment_options(func: Callable[..., Any]) -> Callable[..., Any]:
             default=None,
             help="Accuracy profile (.npz); by default one is generated with --seed.",
         ),
+        click.option(
+            "--router",
+            default="oracle",
+            show_default=True,
+            help="Where viable sets come from: oracle (the profile's labels), learned "
+            "(routers trained on the profile's features, each input routed by one that "
+            "never saw it), or a router file from 'aragog router train'.",
+        ),
         click.option("--seed", type=int, default=0, show_default=True, help="Seed."),
         click.option(
             "--json",
@@ -108,6 +116,16 @@ def _experiment_options(func: Callable[..., Any]) -> Callable[..., Any]:
 @click.version_option(package_name="aragog")
 def cli() -> None:
     """aragog: just-in-time model routing and scheduling for agentic workflows."""
+
+
+def _register_router_commands() -> None:
+    # The router group imports no heavy library until one of its commands runs.
+    from aragog.routing.cli import router as router_group
+
+    cli.add_command(router_group)
+
+
+_register_router_commands()
 
 
 @cli.command()
@@ -496,6 +514,7 @@ def _spec(opts: dict[str, Any], duration_s: float | None) -> Any:
         seed=opts["seed"],
         beam_width=opts["beam_width"],
         profile=opts["profile"],
+        router=opts["router"],
         policies=policies,
     )
 
@@ -527,6 +546,7 @@ def _write_json(
         "trace": experiment.trace.name,
         "seed": experiment.spec.seed,
         "beam_width": experiment.spec.beam_width,
+        "router": experiment.spec.router,
         **extra,
         "policies": policies,
     }

@@ -15,6 +15,7 @@ differs, as in the paper's evaluation:
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -40,20 +41,30 @@ class Policy:
         return self.viable_sets[input_index]
 
 
-def make_policy(name: str, space: ConfigSpace, profile: AccuracyProfile) -> Policy:
+def make_policy(
+    name: str,
+    space: ConfigSpace,
+    profile: AccuracyProfile,
+    routed: Sequence[np.ndarray] | None = None,
+) -> Policy:
     """Build the named policy's viable set for every input of ``profile``.
+
+    Args:
+        routed: each input's accuracy-preserving configurations as a router sees
+            them; the oracle's labels when omitted. Per-workflow ignores it: its one
+            configuration is chosen from the profile's accuracy, as the method does.
 
     Raises:
         ConfigError: an unknown policy name.
     """
-    oracle = OracleRouter(profile)
+    if routed is None:
+        routed = list(OracleRouter(profile).viable_sets())
     costs = space.mean_costs()
     if name == "aragog":
-        sets = tuple(oracle.viable_sets())
+        sets = tuple(routed)
     elif name == "per-input":
         sets = tuple(
-            np.array([cheapest_viable(space, v, costs)], dtype=np.int64)
-            for v in oracle.viable_sets()
+            np.array([cheapest_viable(space, v, costs)], dtype=np.int64) for v in routed
         )
     elif name == "per-workflow":
         config = per_workflow_config(profile, costs)

@@ -49,6 +49,7 @@ class ExperimentSpec:
     seed: int = 0
     beam_width: int = 4
     profile: str | None = None
+    router: str = "oracle"
     num_profile_inputs: int = DEFAULT_NUM_PROFILE_INPUTS
     policies: tuple[str, ...] = ("aragog", "per-input", "per-workflow")
 
@@ -84,7 +85,13 @@ class Experiment:
 
     @cached_property
     def policies(self) -> dict:
-        return {n: make_policy(n, self.space, self.profile) for n in self.spec.policies}
+        routed = route_profile(
+            self.spec.router, self.space, self.profile, self.spec.seed
+        )
+        return {
+            n: make_policy(n, self.space, self.profile, routed)
+            for n in self.spec.policies
+        }
 
     def requests(self, rate_rps: float) -> tuple[np.ndarray, np.ndarray, StageLengths]:
         """Arrivals, profile inputs and stage lengths of the run at ``rate_rps``.
@@ -164,6 +171,38 @@ class Experiment:
         return generate_profile(
             self.space, self.spec.num_profile_inputs, self.spec.seed
         )
+
+
+def route_profile(
+    router: str, space: ConfigSpace, profile: AccuracyProfile, seed: int
+) -> list[np.ndarray] | None:
+    """Each profile input's viable set as ``router`` predicts it (None: the oracle).
+
+    ``learned`` trains routers on the profile's generated features, each input routed
+    by one that never saw it; a path loads a router file that reads features.
+    """
+    if router == "oracle":
+        return None
+    try:
+        if router == "learned":
+            from aragog.routing.training import learned_viable_sets
+
+            logger.info("training a learned router on %d inputs", profile.num_inputs)
+            return learned_viable_sets(profile, space, seed=seed)
+        from aragog.routing.store import load_router
+
+        learned = load_router(router)
+        learned.check_fits(profile)
+        features = profile.metadata.get("features")
+        if features is None:
+            raise ConfigError(f"--router {router}: the profile has no 'features'")
+        bound = learned.bind(features)
+        return [bound.viable_set(i) for i in range(profile.num_inputs)]
+    except ImportError as exc:
+        raise ConfigError(
+            f"--router {router}: needs the router extra "
+            f"(pip install 'aragog[router]'): {exc}"
+        ) from None
 
 
 def summarize(result: SimulationResult, rate_rps: float) -> dict:
