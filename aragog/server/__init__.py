@@ -1,0 +1,1 @@
+"""The HTTP server (``aragog serve``), its Prometheus metrics, and ``aragog bench``."""
