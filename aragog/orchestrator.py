@@ -193,6 +193,29 @@ class Orchestrator:
             self.occupancy[e] -= 1
         return engines
 
+    def set_engine_views(self, engines: Sequence[EngineView]) -> None:
+        """Replace the engines' curves and saturation batches with fresh ones.
+
+        Real engines' measured curves move; the engines themselves (their order and
+        models) must stay the same.
+
+        Raises:
+            SchedulingError: a different number of engines, or a changed model.
+        """
+        if len(engines) != len(self._engines):
+            raise SchedulingError(
+                f"set_engine_views: expected {len(self._engines)} engines, "
+                f"found {len(engines)}"
+            )
+        for old, new in zip(self._engines, engines, strict=True):
+            if old.model != new.model:
+                raise SchedulingError(
+                    f"set_engine_views: engine {old.name!r} serves {old.model!r}, "
+                    f"not {new.model!r}"
+                )
+        self._engines = list(engines)
+        self._build_static_tables()
+
     def set_occupancy(self, engine: int, occupancy: int) -> None:
         """Override an engine's occupancy with a measured value (real engines)."""
         self.occupancy[engine] = occupancy

@@ -150,3 +150,27 @@ def test_the_compiled_round_and_the_reference_drive_the_same_dispatches(tiny_fam
 
     assert logs[0] == logs[1]
     assert len(logs[0]) > 40
+
+
+def test_fresh_engine_views_change_where_the_next_stage_goes(tiny_family):
+    space = _chain(tiny_family, num_agents=1)
+    small, big = _engine("small", "m0", 4, 10.0), _engine("big", "m2", 4, 5.0)
+    orch = _orchestrator(space, [small, big])
+    orch.add_request("a", "chain", np.array([0, 2]))
+    orch.add_request("b", "chain", np.array([0, 2]))
+    assert [d.model for d in orch.schedule()] == ["m0", "m0"]
+
+    # The big engine was measured faster: its curve now gains more per request.
+    orch.set_engine_views([small, _engine("big", "m2", 4, 20.0)])
+    orch.add_request("c", "chain", np.array([0, 2]))
+
+    assert [d.model for d in orch.schedule()] == ["m2"]
+
+
+def test_engine_views_must_keep_the_engines_models(tiny_family):
+    orch = _orchestrator(_chain(tiny_family), [_engine("small", "m0", 4, 10.0)])
+
+    with pytest.raises(SchedulingError, match="serves 'm0', not 'm1'"):
+        orch.set_engine_views([_engine("small", "m1", 4, 10.0)])
+    with pytest.raises(SchedulingError, match="expected 1 engines, found 0"):
+        orch.set_engine_views([])

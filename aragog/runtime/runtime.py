@@ -42,7 +42,7 @@ from types import MappingProxyType
 from typing import Any, Protocol
 
 from aragog.engines.base import Engine, StageOutput
-from aragog.orchestrator import Dispatch, Orchestrator
+from aragog.orchestrator import Dispatch, EngineView, Orchestrator
 from aragog.runtime.deploy import Deployment, EngineEntry, ServedWorkflow
 from aragog.runtime.engines import build_engine, start_engines
 from aragog.runtime.errors import (
@@ -275,7 +275,8 @@ class Runtime:
         self._engines: list[Engine] = []
         self._monitors: list[EngineMonitor] = []
         self._routers: dict[str, WorkflowRouter] = {}
-        self._orchestrator: _LiveOrchestrator | None = None
+        self._orchestrator: Orchestrator | None = None
+        self._views: list[EngineView] = []
         self._runs: dict[str, _Run] = {}
         self._wake = asyncio.Event()
         self._scheduler: asyncio.Task[None] | None = None
@@ -387,7 +388,8 @@ class Runtime:
         ]
         spaces = {name: w.space for name, w in dep.workflows.items()}
         views = [m.view() for m in self._monitors]
-        self._orchestrator = _LiveOrchestrator(spaces, views, dep.beam_width)
+        self._orchestrator = Orchestrator(spaces, views, dep.beam_width)
+        self._views = list(views)
         if self._state is not RuntimeState.STARTING:
             logger.info(
                 "engines up after %.1f s, but the runtime is stopping",
@@ -575,7 +577,11 @@ class Runtime:
         began_cpu_s = time.thread_time()
         for e, monitor in enumerate(self._monitors):
             orchestrator.set_occupancy(e, monitor.occupancy())
-        orchestrator.refresh_views(self._monitors)
+        views = [m.view() for m in self._monitors]
+        # A monitor hands back the same view until its curve moves by over 5%.
+        if any(a is not b for a, b in zip(views, self._views, strict=True)):
+            orchestrator.set_engine_views(views)
+            self._views = views
         num_rounds = orchestrator.num_rounds
         dispatches = orchestrator.schedule()
         decided_s = time.perf_counter()
@@ -779,24 +785,6 @@ class Runtime:
             dispatch_s=c.dispatch_s,
             engine_s=c.engine_s,
         )
-
-
-class _LiveOrchestrator(Orchestrator):
-    """The orchestrator, with engine views that follow the monitors.
-
-    NOTE: :class:`Orchestrator` fixes each engine's curve and saturation batch when it
-    is built; real engines' measured curves move. Rebuilding its static tables (a few
-    small arrays, same engines, same models) is all a new view needs, and only
-    happens when a monitor's view changed. A public ``set_engine_views`` on the
-    orchestrator would replace this subclass.
-    """
-
-    def refresh_views(self, monitors: Sequence[EngineMonitor]) -> None:
-        views = [m.view() for m in monitors]
-        if all(a is b for a, b in zip(views, self._engines, strict=True)):
-            return
-        self._engines = views
-        self._build_static_tables()
 
 
 def _max_tokens(served: ServedWorkflow, caps: Mapping[str, int] | None) -> list[int]:
