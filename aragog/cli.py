@@ -319,17 +319,27 @@ def bench_core_command(
     help="Port to listen on.",
 )
 @click.option(
+    "--router",
+    "routers",
+    multiple=True,
+    type=click.Path(dir_okay=False),
+    help="A learned router file (`aragog router train`) that routes its workflow's "
+    "runs in place of the oracle; repeat for more workflows.",
+)
+@click.option(
     "--log-level",
     type=click.Choice(["debug", "info", "warning", "error"]),
     default="info",
     show_default=True,
 )
-def serve_command(config_path: str, host: str, port: int, log_level: str) -> None:
+def serve_command(
+    config_path: str, host: str, port: int, routers: tuple[str, ...], log_level: str
+) -> None:
     """Serve a deployment's workflows over HTTP until SIGINT or SIGTERM."""
     from aragog.server.serve import serve
 
     _setup_logging(log_level)
-    serve(config_path, host, port)
+    serve(config_path, host, port, routers)
 
 
 @cli.command("bench")

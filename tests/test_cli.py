@@ -110,3 +110,33 @@ def test_a_broken_workflow_file_is_named_with_its_field(tmp_path):
 
     assert proc.returncode == 2
     assert f"{path}: agents: cycle among a, b" in proc.stderr
+
+
+def test_serve_refuses_a_router_file_in_one_line_before_starting_anything(tmp_path):
+    from test_deploy import _router_file
+
+    deploy = tmp_path / "deploy.yaml"
+    remote = {"url": "http://127.0.0.1:9/v1"}
+    engines = [
+        {"model": m, "remote": remote}
+        for m in ("qwen2.5-7b", "qwen2.5-14b", "qwen2.5-32b")
+    ]
+    doc = {"family": "qwen2.5", "workflows": ["self-refine"], "engines": engines}
+    deploy.write_text(json.dumps(doc))
+    voting = _router_file(tmp_path, "voting")
+    cases = [
+        ("missing.npz", "--router missing.npz: no such file"),
+        (
+            voting,
+            f"--router {voting}: trained for workflow 'voting', which {deploy} does "
+            "not serve (served: self-refine)",
+        ),
+    ]
+
+    for router, message in cases:
+        proc = _aragog("serve", "--config", str(deploy), "--router", router)
+
+        # The log says what was loaded; the error is the last line, alone.
+        assert proc.returncode != 0
+        assert "Traceback" not in proc.stderr
+        assert proc.stderr.strip().splitlines()[-1] == f"error: {message}"

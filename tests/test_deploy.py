@@ -301,3 +301,107 @@ def test_loading_does_not_change_the_document(tmp_path):
     _load(doc, tmp_path)
 
     assert doc == before
+
+
+# --- learned routers ----------------------------------------------------------------
+
+
+def _router_file(root: Path, workflow: str, kind: str = "embedding") -> str:
+    """A router file with random heads for a shipped workflow on Qwen2.5."""
+    from dataclasses import replace
+
+    from test_router_helpers import random_router, space_of
+
+    from aragog.routing.learned import FeatureSpec
+    from aragog.routing.store import save_router
+
+    space = space_of(workflow)
+    model = "all-MiniLM-L6-v2" if kind == "embedding" else ""
+    router = replace(
+        random_router(tuple(space.radix), 8, 0, workflow=workflow),
+        family="qwen2.5",
+        features=FeatureSpec(kind, model, 0, 8),
+    )
+    path = root / f"{workflow}-{kind}.npz"
+    save_router(router, path)
+    return str(path)
+
+
+def test_a_learned_router_is_bound_to_the_workflow_it_names(tmp_path):
+    doc = _document(tmp_path)
+    doc["router"] = {"learned": {"voting": _router_file(tmp_path, "voting")}}
+
+    deployment = _load(doc, tmp_path)
+
+    assert deployment.workflows["voting"].learned_router_path.endswith(
+        "voting-embedding.npz"
+    )
+    assert deployment.workflows["self-refine"].learned_router_path is None
+
+
+@pytest.mark.parametrize(
+    ("learned", "message"),
+    [
+        (
+            {"text-to-sql": "r.npz"},
+            "router.learned.text-to-sql: not a served workflow (served: self-refine, "
+            "voting)",
+        ),
+        ({"voting": "missing.npz"}, "router.learned.voting: no such file"),
+        (
+            {"self-refine": "VOTING"},
+            "router.learned.self-refine: {path} was trained for workflow 'voting', "
+            "the served workflow has 'self-refine'",
+        ),
+        (
+            {"voting": "FEATURES"},
+            "router.learned.voting: {path} reads generated features (8 wide); a "
+            "runtime routes from the run's text, so it needs a router trained on "
+            "text embeddings",
+        ),
+    ],
+)
+def test_a_learned_router_that_cannot_route_the_workflow_is_refused(
+    tmp_path, learned, message
+):
+    paths = {
+        "VOTING": _router_file(tmp_path, "voting"),
+        "FEATURES": _router_file(tmp_path, "voting", kind="features"),
+    }
+    doc = _document(tmp_path)
+    doc["router"] = {"learned": {k: paths.get(v, v) for k, v in learned.items()}}
+    path = next(iter(doc["router"]["learned"].values()))
+
+    with pytest.raises(DeploymentError) as caught:
+        _load(doc, tmp_path)
+
+    assert str(caught.value).startswith("deploy.yaml: ")
+    assert message.format(path=path) in str(caught.value)
+
+
+def test_serve_router_files_route_the_workflows_they_were_trained_for(tmp_path):
+    from aragog.runtime.deploy import with_learned_routers
+
+    deployment = _load(_document(tmp_path), tmp_path)
+    voting = _router_file(tmp_path, "voting")
+
+    routed = with_learned_routers(deployment, [voting])
+
+    assert routed.workflows["voting"].learned_router_path == voting
+    assert routed.workflows["self-refine"].learned_router_path is None
+    assert deployment.workflows["voting"].learned_router_path is None
+
+
+def test_a_serve_router_file_for_a_workflow_not_served_is_refused(tmp_path):
+    from aragog.runtime.deploy import with_learned_routers
+
+    deployment = _load(_document(tmp_path), tmp_path)
+    sql = _router_file(tmp_path, "text-to-sql")
+
+    with pytest.raises(DeploymentError) as caught:
+        with_learned_routers(deployment, [sql])
+
+    assert str(caught.value) == (
+        f"--router {sql}: trained for workflow 'text-to-sql', which deploy.yaml does "
+        "not serve (served: self-refine, voting)"
+    )

@@ -1,14 +1,28 @@
-"""The runtime's router: a profile row per run, its viable set, cut to served models."""
+"""The runtime's router: a profile row per run, its viable set, cut to served models;
+a learned router's viable set within a time budget."""
 
 from __future__ import annotations
 
+import json
+from dataclasses import replace
+
 import numpy as np
 import pytest
+from test_router_helpers import random_router, requires_embeddings
 
 from aragog.configs import ConfigSpace
+from aragog.errors import ConfigError
 from aragog.models import load_family
+from aragog.routing.learned import FeatureSpec, LearnedRouter
+from aragog.routing.store import save_router
 from aragog.runtime.errors import InvalidInput, RunFailed
-from aragog.runtime.routing import build_router, default_profile, input_row
+from aragog.runtime.routing import (
+    LearnedRouting,
+    build_learned,
+    build_router,
+    default_profile,
+    input_row,
+)
 from aragog.workflow import load_workflow
 
 ALL_MODELS = frozenset({"qwen2.5-7b", "qwen2.5-14b", "qwen2.5-32b"})
@@ -77,3 +91,76 @@ def test_the_all_and_largest_defaults_are_one_row_profiles(space):
     assert everything.num_inputs == largest.num_inputs == 1
     assert everything.correct.all()
     assert np.flatnonzero(largest.correct[0]).tolist() == [space.most_expensive]
+
+
+def _learned(space: ConfigSpace, dim: int = 8, seed: int = 3) -> LearnedRouter:
+    """A router with random heads over self-refine's space, reading embeddings."""
+    router = random_router(tuple(space.radix), dim, seed, workflow="self-refine")
+    return replace(
+        router,
+        family=space.family.name,
+        features=FeatureSpec("embedding", "all-MiniLM-L6-v2", 0, dim),
+    )
+
+
+def test_a_learned_route_is_the_routers_own_viable_set_cut_to_served_models(space):
+    learned = _learned(space)
+    served = frozenset({"qwen2.5-7b", "qwen2.5-32b"})
+    routing = LearnedRouting(learned, "r.npz", embedder=None)
+    router = build_router(space, None, "generated", 2000, 0, served, routing)
+    features = np.random.default_rng(0).standard_normal((20, 8)).astype(np.float32)
+
+    # The batched path settles the same sets without the lattice's early stops.
+    masks, _ = learned.route_many(features)
+    servable = np.array(
+        ["qwen2.5-14b" not in space.model_names(c) for c in range(space.num_configs)]
+    )
+    for i, row in enumerate(features):
+        route = router.route_learned(i, row, budget_s=10.0)
+
+        assert route.router == "learned" and route.complete
+        assert route.profile_input == i
+        assert route.num_evaluations == learned.route(row).num_evaluations
+        assert route.viable.tolist() == np.flatnonzero(masks[i] & servable).tolist()
+
+
+def test_a_learned_router_out_of_time_keeps_only_the_most_expensive_configuration(
+    space,
+):
+    routing = LearnedRouting(_learned(space), "r.npz", embedder=None)
+    router = build_router(space, None, "generated", 2000, 0, ALL_MODELS, routing)
+
+    route = router.route_learned(0, np.ones(8, dtype=np.float32), budget_s=0.0)
+
+    assert route.viable.tolist() == [space.most_expensive]
+    assert route.num_evaluations == 0
+    assert not route.complete
+
+
+def test_a_learned_router_reading_another_embedding_model_is_refused(space, tmp_path):
+    path = tmp_path / "router.npz"
+    save_router(_learned(space), path)
+    other = tmp_path / "paraphrase-mini"
+    other.mkdir()
+    (other / "modules.json").write_text(json.dumps([]))
+
+    with pytest.raises(ConfigError) as caught:
+        build_learned(str(path), str(other), {})
+
+    assert str(caught.value) == (
+        f"{path}: trained on embeddings of 'all-MiniLM-L6-v2', the deployment's "
+        "router.embedding_model is 'paraphrase-mini'"
+    )
+
+
+@requires_embeddings
+def test_learned_routers_of_one_embedding_model_share_one_embedder(space, tmp_path):
+    for name in ("a.npz", "b.npz"):
+        save_router(_learned(space), tmp_path / name)
+    embedders: dict = {}
+
+    a = build_learned(str(tmp_path / "a.npz"), None, embedders)
+    b = build_learned(str(tmp_path / "b.npz"), None, embedders)
+
+    assert a.embedder is b.embedder
+    assert len(embedders) == 1

@@ -6,17 +6,23 @@ the tests talk HTTP to it and look inside its runtime where HTTP cannot tell (wh
 viable set a run had, whether its engine work was freed). Tests run in file order:
 what the server does while starting is recorded by the fixture, the concurrent runs
 come before the tests that load or cancel.
+
+tiny-fanout is routed by a learned router (random heads over real all-MiniLM-L6-v2
+embeddings, which the engines' machine computes in the runtime's embedding thread);
+tiny-chain and tiny-long by the oracle.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import httpx
@@ -31,7 +37,11 @@ from serving_helpers import (
     wait_until,
 )
 
+from aragog.routing.embeddings import TextEmbedder, embeddings_available
+from aragog.routing.learned import FeatureSpec
+from aragog.routing.store import load_router, save_router
 from aragog.runtime.curves import curve_entry, fit_curve, measure_curve, write_profile
+from aragog.runtime.deploy import load_deployment
 from aragog.runtime.monitor import load_throughput_profile
 from aragog.server.bench import request_text
 from aragog.sim.experiment import summarize
@@ -47,6 +57,12 @@ START_TIMEOUT_S = 400
 # A tiny-long run generates 400 tokens: seconds on two cores, so it is still in its
 # engine when a test cancels it, and far longer than the time allowed to free it.
 FREED_WITHIN_S = 3.0
+# The learned router's budget never binds here, so its sets can be checked exactly.
+LEARNED_MIN_BUDGET_MS = 60_000
+LEARNED = embeddings_available() or bool(os.environ.get("CI"))
+requires_learned = pytest.mark.skipif(
+    not LEARNED, reason="needs aragog[router] (sentence-transformers, MiniLM)"
+)
 
 
 def _input(workflow: str, i: int) -> dict[str, str]:
@@ -80,13 +96,31 @@ def total(samples: dict, name: str, **labels: str) -> float:
     return sum(v for (n, ls), v in samples.items() if n == name and want <= ls)
 
 
+def _fanout_router(config) -> str:
+    """A learned router file for tiny-fanout: random heads over MiniLM embeddings."""
+    from test_router_helpers import random_router
+
+    space = load_deployment(config).workflows["tiny-fanout"].space
+    router = random_router(tuple(space.radix), 384, 7, workflow="tiny-fanout")
+    router = replace(
+        router,
+        family=space.family.name,
+        features=FeatureSpec("embedding", "all-MiniLM-L6-v2", 0, 384),
+    )
+    path = config.parent / "tiny-fanout-router.npz"
+    save_router(router, path)
+    return str(path)
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory) -> Iterator[dict[str, Any]]:
     root = tmp_path_factory.mktemp("server")
-    config = tiny_deployment(
-        root,
-        scheduler={"beam_width": 4, "max_num_queued_runs": QUEUE_LIMIT},
-    )
+    scheduler = {"beam_width": 4, "max_num_queued_runs": QUEUE_LIMIT}
+    config = tiny_deployment(root, scheduler=scheduler)
+    if LEARNED:
+        learned = {"tiny-fanout": _fanout_router(config)}
+        router = {"learned": learned, "min_budget_ms": LEARNED_MIN_BUDGET_MS}
+        config = tiny_deployment(root, scheduler=scheduler, router=router)
     srv = ServerThread(config)
     srv.start()
 
@@ -187,11 +221,43 @@ def test_every_stage_ran_on_a_model_its_runs_viable_set_allowed(
         expected_models = router.space.model_names(config)
 
         assert body["routing"]["profile_input"] == route.profile_input
-        assert config in set(route.viable.tolist())
         assert [s["model"] for s in body["stages"]] == list(expected_models)
         models_used.update(expected_models)
+        if router.learned is None:
+            assert body["routing"]["router"] == "oracle"
+            assert config in set(route.viable.tolist())
+        # The learned router's sets are checked in the next test.
 
     assert models_used <= {"tiny-2l", "tiny-3l", "tiny-4l"}
+
+
+@requires_learned
+def test_learned_runs_ran_on_what_the_router_file_allows_for_their_text(
+    server, concurrent_runs
+):
+    runtime = server["srv"].runtime
+    router = load_router(runtime.router("tiny-fanout").learned.source)
+    embedder = TextEmbedder()
+    num_learned = 0
+
+    for (workflow, inp), response in zip(
+        concurrent_runs["requests"], concurrent_runs["responses"], strict=True
+    ):
+        if workflow != "tiny-fanout":
+            continue
+        body = response.json()
+        # Every tiny model has an engine, so nothing is cut from the router's set.
+        expected = router.route(embedder.encode_one(inp["question"])).viable
+        config = body["routing"]["config"]
+
+        assert body["routing"]["router"] == "learned"
+        assert body["routing"]["complete"] is True
+        assert body["routing"]["num_viable"] == expected.size
+        assert config in set(expected.tolist())
+        num_learned += 1
+
+    assert num_learned == NUM_CONCURRENT_RUNS // 2
+    assert runtime.overhead().num_runs_embedded == num_learned
 
 
 def test_metrics_counts_agree_with_the_runs(concurrent_runs):
@@ -267,10 +333,16 @@ def test_listing_workflows_gives_agents_models_and_router(server):
     assert [a["name"] for a in chain["agents"]] == ["draft", "refine"]
     assert chain["agents"][0]["models"] == ["tiny-2l", "tiny-3l", "tiny-4l"]
     assert chain["router"] == {
+        "kind": "oracle",
         "profile": "default:generated",
         "num_profile_inputs": 2000,
     }
     assert doc["family"] == "tiny"
+    if LEARNED:
+        fanout = doc["workflows"]["tiny-fanout"]
+        assert fanout["router"]["kind"] == "learned"
+        assert fanout["router"]["learned"]["embedding_model"] == "all-MiniLM-L6-v2"
+        assert fanout["learned_router"].endswith("tiny-fanout-router.npz")
 
 
 def test_health_reports_every_engine_when_ready(server):

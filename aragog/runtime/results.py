@@ -54,12 +54,16 @@ class RunResult:
         outputs: every agent's output text, by agent name.
         stages: one entry per agent, in the workflow's agent order.
         config: the configuration the run ended with (one model per agent).
-        profile_input: the accuracy-profile row the router used for the run.
+        profile_input: the accuracy-profile row that labels the run's outcome (with
+            the oracle, the row that gave its viable set).
         num_viable: the size of the viable set the run arrived with.
         profile_correct: whether the profile labels ``config`` right on that row.
         profile_correct_max_config: whether it labels the most expensive
             configuration right (the reference an accuracy-preserving router keeps).
         latency_s: from admission to the last stage's answer.
+        router: what gave the viable set: ``oracle`` or ``learned``.
+        router_complete: whether the router settled every configuration (a learned
+            router's time budget may stop it early; the oracle always does).
     """
 
     run_id: str
@@ -73,6 +77,8 @@ class RunResult:
     profile_correct: bool
     profile_correct_max_config: bool
     latency_s: float
+    router: str = "oracle"
+    router_complete: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (the HTTP server's response body)."""
@@ -84,6 +90,8 @@ class RunResult:
             "stages": [s.to_dict() for s in self.stages],
             "latency_s": self.latency_s,
             "routing": {
+                "router": self.router,
+                "complete": self.router_complete,
                 "config": self.config,
                 "profile_input": self.profile_input,
                 "num_viable": self.num_viable,

@@ -5,7 +5,9 @@ simulated engines; this module drives the very same state machine with real engi
 (in-process vLLM, remote endpoints), so every decision a simulation shows is made
 here by the same code. The loop is the simulator's, event for event:
 
-- a run arrives: the router gives its viable set, it joins the meta-queue's tail;
+- a run arrives: the router gives its viable set, it joins the meta-queue's tail (a
+  learned router first embeds the run's text in a worker thread, then settles the
+  viable set within the run's expected wait for its first stage, as the method does);
 - a stage call finishes: the orchestrator releases the next stages (or completes the
   run), the engine's monitor records what it measured;
 - after either, one scheduling round; its dispatches start stage calls.
@@ -29,6 +31,7 @@ Embedded use::
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import enum
 import logging
@@ -60,13 +63,22 @@ from aragog.runtime.monitor import (
 )
 from aragog.runtime.prompts import normalize_input
 from aragog.runtime.results import RunResult, StageResult
-from aragog.runtime.routing import Route, WorkflowRouter, build_router
+from aragog.runtime.routing import (
+    Route,
+    WorkflowRouter,
+    build_learned,
+    build_router,
+)
 
 logger = logging.getLogger(__name__)
 
 # Without events, the scheduler still wakes this often: the monitors' measurements
 # (engine-reported load, corrected curves) may free capacity no event announced.
 TICK_S = 0.25
+
+# The expected wait for a first stage (a learned router's budget) is a moving average
+# of measured ones; each new measurement has this weight.
+FIRST_WAIT_WEIGHT = 0.2
 
 
 class RuntimeState(enum.Enum):
@@ -126,7 +138,8 @@ class OverheadStats:
     Attributes:
         num_runs_routed: runs the router gave a viable set.
         route_s: seconds spent routing them (input checks, hashing, viable set),
-            admitting them to the meta-queue included.
+            admitting them to the meta-queue included; a learned router's embedding
+            is not in it (see ``embed_s``).
         route_cpu_s: the CPU time of the same (wall time minus preemption: on a
             machine whose cores the engines also use, the two differ).
         num_rounds: scheduling rounds that ran the core.
@@ -138,6 +151,9 @@ class OverheadStats:
         dispatch_s: seconds from a round's decision to the engine call, plus from the
             engine's answer to the orchestrator knowing it, over those calls.
         engine_s: seconds the engines took for those calls.
+        num_runs_embedded: runs whose text a learned router embedded.
+        embed_s: seconds those embeddings took in the worker thread (off the event
+            loop, so concurrent with scheduling and engine work).
     """
 
     num_runs_routed: int
@@ -149,6 +165,8 @@ class OverheadStats:
     num_stages: int
     dispatch_s: float
     engine_s: float
+    num_runs_embedded: int = 0
+    embed_s: float = 0.0
 
     def per_stage(self) -> dict[str, float]:
         """Each cost per finished stage call, in microseconds, and aragog's share.
@@ -173,6 +191,7 @@ class OverheadStats:
             "round_us_mean": self.round_s / max(1, self.num_rounds) * 1e6,
             "route_cpu_us": self.route_cpu_s / n * 1e6,
             "round_cpu_us": self.round_cpu_s / n * 1e6,
+            "embed_us_per_run": self.embed_s / max(1, self.num_runs_embedded) * 1e6,
         }
 
 
@@ -189,12 +208,16 @@ class _Counters:
         "num_stages",
         "dispatch_s",
         "engine_s",
+        "num_runs_embedded",
+        "embed_s",
     )
 
     def __init__(self) -> None:
         self.num_runs_routed = self.num_rounds = self.num_stages = 0
         self.route_s = self.route_cpu_s = self.round_s = self.round_cpu_s = 0.0
         self.dispatch_s = self.engine_s = 0.0
+        self.num_runs_embedded = 0
+        self.embed_s = 0.0
 
 
 class _Run:
@@ -206,6 +229,7 @@ class _Run:
         "router",
         "fields",
         "input_text",
+        "profile_input",
         "route",
         "max_tokens",
         "arrived_s",
@@ -224,7 +248,7 @@ class _Run:
         router: WorkflowRouter,
         fields: dict[str, str],
         input_text: str,
-        route: Route,
+        profile_input: int,
         max_tokens: list[int],
         arrived_s: float,
     ) -> None:
@@ -234,7 +258,10 @@ class _Run:
         self.router = router
         self.fields = fields
         self.input_text = input_text
-        self.route = route
+        self.profile_input = profile_input
+        # Set when the run joins the meta-queue (at once, or once a learned router
+        # has settled its viable set).
+        self.route: Route | None = None
         self.max_tokens = max_tokens
         self.arrived_s = arrived_s
         self.ready_s = [arrived_s] * num_agents
@@ -283,19 +310,35 @@ class Runtime:
         self._starting: asyncio.Task[None] | None = None
         self._stopping: asyncio.Task[None] | None = None
         self._counters = _Counters()
+        # Learned routers embed texts here: one thread, so the embedding model and
+        # its cache are never used by two threads at once.
+        self._embed_pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._first_wait_s = 0.0
 
     @classmethod
     def from_config(
-        cls, path: str | Path, observer: RuntimeObserver | None = None
+        cls,
+        path: str | Path,
+        observer: RuntimeObserver | None = None,
+        routers: Sequence[str | Path] = (),
     ) -> Runtime:
         """A runtime for the deployment file at ``path`` (not started yet).
 
-        Raises:
-            DeploymentError: the file is invalid (one line naming file and field).
-        """
-        from aragog.runtime.deploy import load_deployment
+        Args:
+            routers: learned router files (``aragog router train``), each routing
+                the runs of the workflow it was trained for, in place of the
+                deployment's routing.
 
-        return cls(load_deployment(path), observer=observer)
+        Raises:
+            DeploymentError: the file, or a router file, is invalid (one line naming
+                the file and field).
+        """
+        from aragog.runtime.deploy import load_deployment, with_learned_routers
+
+        deployment = load_deployment(path)
+        if routers:
+            deployment = with_learned_routers(deployment, [str(r) for r in routers])
+        return cls(deployment, observer=observer)
 
     # --- lifecycle -----------------------------------------------------------------
 
@@ -355,7 +398,13 @@ class Runtime:
 
         # Routers and curves first: a bad file fails before any engine is started.
         dep = self.deployment
+        embedders: dict[tuple, Any] = {}
         for name, served in dep.workflows.items():
+            learned = None
+            if served.learned_router_path is not None:
+                learned = build_learned(
+                    served.learned_router_path, dep.router.embedding_model, embedders
+                )
             self._routers[name] = build_router(
                 served.space,
                 served.profile_path,
@@ -363,7 +412,9 @@ class Runtime:
                 dep.router.num_inputs,
                 dep.router.seed,
                 dep.served_models,
+                learned,
             )
+        await self._load_embedders()
 
         profile = None
         if dep.throughput_profile is not None:
@@ -423,9 +474,23 @@ class Runtime:
             await asyncio.gather(self._scheduler, return_exceptions=True)
 
         await self._stop_engines()
+        if self._embed_pool is not None:
+            self._embed_pool.shutdown(wait=False, cancel_futures=True)
         if self._state is not RuntimeState.FAILED:
             self._state = RuntimeState.STOPPED
         logger.info("runtime stopped in %.1f s", time.monotonic() - began_s)
+
+    async def _load_embedders(self) -> None:
+        """Load the learned routers' embedding models in the embedding thread."""
+        learned = [r.learned for r in self._routers.values() if r.learned is not None]
+        if not learned:
+            return
+        self._embed_pool = concurrent.futures.ThreadPoolExecutor(
+            1, thread_name_prefix="aragog-embed"
+        )
+        loop = asyncio.get_running_loop()
+        for routing in learned:
+            await loop.run_in_executor(self._embed_pool, routing.load)
 
     async def _stop_engines(self) -> None:
         results = await asyncio.gather(
@@ -467,6 +532,8 @@ class Runtime:
         """
         run = self._admit(workflow, input, profile_input, max_tokens)
         try:
+            if run.route is None:
+                await self._route_learned(run)
             return await run.future
         except asyncio.CancelledError:
             if not run.closed:
@@ -502,28 +569,89 @@ class Runtime:
                 "deployment's limit (scheduler.max_num_queued_runs); retry later"
             )
 
-        # Route, then join the meta-queue's tail and wake the scheduler.
+        # The oracle routes at once; a learned router embeds the text first (in
+        # run(), off the event loop), while the run holds its place in the queue.
         router = self._routers[workflow]
-        route = router.route(fields, profile_input)
         run_id = uuid.uuid4().hex
-        run = _Run(run_id, served, router, fields, text, route, caps, now_s)
+        if router.learned is not None:
+            row = router.row(fields, profile_input)
+            run = _Run(run_id, served, router, fields, text, row, caps, now_s)
+            self._runs[run_id] = run
+            return run
+        route = router.route(fields, profile_input)
+        run = _Run(
+            run_id, served, router, fields, text, route.profile_input, caps, now_s
+        )
+        self._enqueue(run, route)
+        self._count_routing(began_s, began_cpu_s)
+        return run
+
+    async def _route_learned(self, run: _Run) -> None:
+        """Embed the run's text in the embedding thread, settle its viable set
+        within its budget, and queue it; a failure fails the run."""
+        router = run.router
+        learned = router.learned
+        assert learned is not None and self._embed_pool is not None
+
+        # The embedding, off the event loop.
+        began_s = time.perf_counter()
+        try:
+            features = await asyncio.get_running_loop().run_in_executor(
+                self._embed_pool, learned.embed, run.input_text
+            )
+        except Exception as exc:
+            logger.warning("run %s: embedding failed: %s", run.id, exc)
+            message = f"the learned router could not embed the input: {exc}"
+            self._close(run, RunFailed(message), "failed")
+            return
+        if run.closed:
+            return
+        counters = self._counters
+        counters.num_runs_embedded += 1
+        counters.embed_s += time.perf_counter() - began_s
+
+        # The heads and the lattice, within what is left of the expected wait.
+        began_s = time.perf_counter()
+        began_cpu_s = time.thread_time()
+        budget_s = self.routing_budget_s(time.monotonic() - run.arrived_s)
+        try:
+            route = router.route_learned(run.profile_input, features, budget_s)
+        except RunFailed as exc:
+            self._close(run, exc, "failed")
+            return
+        self._enqueue(run, route)
+        self._count_routing(began_s, began_cpu_s)
+
+    def routing_budget_s(self, waited_s: float) -> float:
+        """A learned router's time for a run that has waited ``waited_s``: what is
+        left of the expected wait for a first stage, and never below the
+        deployment's ``router.min_budget_ms``."""
+        floor_s = self.deployment.router.min_budget_s
+        return max(floor_s, self._first_wait_s - waited_s)
+
+    def _enqueue(self, run: _Run, route: Route) -> None:
+        """Give the run its viable set, join the meta-queue's tail, wake the
+        scheduler."""
         assert self._orchestrator is not None
-        self._orchestrator.add_request(run_id, workflow, route.viable)
-        self._runs[run_id] = run
+        run.route = route
+        self._orchestrator.add_request(run.id, run.served.name, route.viable)
+        self._runs[run.id] = run
         self._wake.set()
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug(
+                "run %s (%s): %s router, profile input %d, %d viable configurations",
+                run.id,
+                run.served.name,
+                route.router,
+                route.profile_input,
+                route.viable.size,
+            )
+
+    def _count_routing(self, began_s: float, began_cpu_s: float) -> None:
         counters = self._counters
         counters.num_runs_routed += 1
         counters.route_s += time.perf_counter() - began_s
         counters.route_cpu_s += time.thread_time() - began_cpu_s
-        if logger.isEnabledFor(logging.DEBUG):
-            logger.debug(
-                "run %s (%s): profile input %d, %d viable configurations",
-                run_id,
-                workflow,
-                route.profile_input,
-                route.viable.size,
-            )
-        return run
 
     def _close(self, run: _Run, error: Exception | None, outcome: str) -> None:
         """End a run that did not complete: abort its calls, leave the queue."""
@@ -532,7 +660,8 @@ class Runtime:
         run.closed = True
         del self._runs[run.id]
         assert self._orchestrator is not None
-        self._orchestrator.cancel(run.id)
+        if run.route is not None:
+            self._orchestrator.cancel(run.id)
         current = asyncio.current_task()
         for task in run.tasks.values():
             if task is not current:
@@ -610,6 +739,10 @@ class Runtime:
         engine = self._engines[d.engine]
         self._monitors[d.engine].on_dispatch()
         self._observer.on_dispatch(d.model, engine.name)
+        if not agent.upstream:
+            # A first stage: what it waited since arrival feeds the routing budget.
+            waited_s = now_s - run.arrived_s
+            self._first_wait_s += FIRST_WAIT_WEIGHT * (waited_s - self._first_wait_s)
         run.tasks[d.agent] = asyncio.create_task(
             self._stage(run, d, prompt, agent.temperature, now_s, decided_s),
             name=f"stage {run.id}:{agent.name}",
@@ -707,7 +840,9 @@ class Runtime:
         run.closed = True
         del self._runs[run.id]
         config = completion.config
-        correct, correct_max = run.router.outcome(run.route.profile_input, config)
+        route = run.route
+        assert route is not None
+        correct, correct_max = run.router.outcome(route.profile_input, config)
         stages = tuple(s for s in run.stages if s is not None)
         latency_s = now_s - run.arrived_s
         result = RunResult(
@@ -717,11 +852,13 @@ class Runtime:
             outputs=MappingProxyType(dict(run.outputs)),
             stages=stages,
             config=config,
-            profile_input=run.route.profile_input,
-            num_viable=int(run.route.viable.size),
+            profile_input=route.profile_input,
+            num_viable=int(route.viable.size),
             profile_correct=correct,
             profile_correct_max_config=correct_max,
             latency_s=latency_s,
+            router=route.router,
+            router_complete=route.complete,
         )
         if not run.future.done():
             run.future.set_result(result)
@@ -773,18 +910,9 @@ class Runtime:
 
     def overhead(self) -> OverheadStats:
         """Totals of aragog's own work since start (see :class:`OverheadStats`)."""
+        # The counters carry exactly the fields of OverheadStats.
         c = self._counters
-        return OverheadStats(
-            num_runs_routed=c.num_runs_routed,
-            route_s=c.route_s,
-            route_cpu_s=c.route_cpu_s,
-            num_rounds=c.num_rounds,
-            round_s=c.round_s,
-            round_cpu_s=c.round_cpu_s,
-            num_stages=c.num_stages,
-            dispatch_s=c.dispatch_s,
-            engine_s=c.engine_s,
-        )
+        return OverheadStats(**{name: getattr(c, name) for name in _Counters.__slots__})
 
 
 def _max_tokens(served: ServedWorkflow, caps: Mapping[str, int] | None) -> list[int]:

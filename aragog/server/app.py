@@ -126,10 +126,19 @@ def create_app(
         if runtime.state is RuntimeState.READY:
             for name, info in document["workflows"].items():
                 router = runtime.router(name)
+                learned = router.learned
                 info["router"] = {
+                    "kind": "oracle" if learned is None else "learned",
                     "profile": router.source,
                     "num_profile_inputs": router.num_inputs,
                 }
+                if learned is not None:
+                    info["router"]["learned"] = {
+                        "file": learned.source,
+                        "embedding_model": learned.embedder.name,
+                        "target": learned.router.target,
+                        "threshold": learned.router.threshold,
+                    }
         return document
 
     @app.get("/health")

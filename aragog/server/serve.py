@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 
-from aragog.runtime.deploy import load_deployment
+from aragog.runtime.deploy import load_deployment, with_learned_routers
 from aragog.runtime.errors import EngineStartError
 from aragog.runtime.runtime import Runtime, RuntimeState
 
@@ -21,11 +21,21 @@ logger = logging.getLogger(__name__)
 GRACEFUL_SHUTDOWN_S = 5.0
 
 
-def serve(config_path: str, host: str = "127.0.0.1", port: int = 8000) -> None:
+def serve(
+    config_path: str,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    routers: tuple[str, ...] = (),
+) -> None:
     """Serve the deployment at ``config_path`` until a stop signal.
 
+    Args:
+        routers: learned router files (``aragog router train``) that route their
+            workflows' runs in place of the deployment's routing.
+
     Raises:
-        DeploymentError: the deployment file is invalid (before anything starts).
+        DeploymentError: the deployment file or a router file is invalid (before
+            anything starts).
         EngineStartError: an engine failed to start (the server stopped).
     """
     import uvicorn
@@ -35,6 +45,8 @@ def serve(config_path: str, host: str = "127.0.0.1", port: int = 8000) -> None:
 
     # The deployment, the runtime with its metrics, and the app around them.
     deployment = load_deployment(config_path)
+    if routers:
+        deployment = with_learned_routers(deployment, list(routers))
     metrics = ServerMetrics()
     runtime = Runtime(deployment, observer=metrics)
     metrics.watch(runtime)
