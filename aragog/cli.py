@@ -92,6 +92,14 @@ def _experiment_options(func: Callable[..., Any]) -> Callable[..., Any]:
             "(routers trained on the profile's features, each input routed by one that "
             "never saw it), or a router file from 'aragog router train'.",
         ),
+        click.option(
+            "--throughput-profile",
+            type=click.Path(dir_okay=False),
+            default=None,
+            help="Measured throughput curves (scripts/gpu_check.sh writes them): "
+            "engines they cover run at the measured speed instead of the latency "
+            "model's.",
+        ),
         click.option("--seed", type=int, default=0, show_default=True, help="Seed."),
         click.option(
             "--json",
@@ -525,6 +533,7 @@ def _spec(opts: dict[str, Any], duration_s: float | None) -> Any:
         beam_width=opts["beam_width"],
         profile=opts["profile"],
         router=opts["router"],
+        throughput_profile=opts["throughput_profile"],
         policies=policies,
     )
 
@@ -538,10 +547,12 @@ def _setup_logging(level: str) -> None:
 
 
 def _title(experiment: Any, what: str) -> str:
+    hardware = f"{experiment.family.num_gpus}x {experiment.family.gpu.name}"
+    if experiment.spec.throughput_profile:
+        hardware += f", curves of {Path(experiment.spec.throughput_profile).name}"
     return (
         f"{experiment.space.workflow.name} on {experiment.family.name} "
-        f"({experiment.family.num_gpus}x {experiment.family.gpu.name}), "
-        f"trace {experiment.trace.name}, {what}"
+        f"({hardware}), trace {experiment.trace.name}, {what}"
     )
 
 
@@ -557,6 +568,7 @@ def _write_json(
         "seed": experiment.spec.seed,
         "beam_width": experiment.spec.beam_width,
         "router": experiment.spec.router,
+        "throughput_profile": experiment.spec.throughput_profile,
         **extra,
         "policies": policies,
     }

@@ -17,10 +17,12 @@ downloaded. Steps, each logged with its time:
    2, 4, ... up to the engine's batch limit, of calls with a 512-token prompt and 128
    output tokens (prefix caching off, so identical prompts cost a real prefill).
 4. The curves as a throughput profile (``throughput-profile.json``), which
-   ``throughput_profile:`` of a deployment file loads into the monitors.
+   ``throughput_profile:`` of a deployment file loads into the monitors and
+   ``aragog simulate --throughput-profile`` into the simulated engines.
 5. The HTTP server on the same engines with that profile, and ``aragog bench`` for a
    minute of self-refine on the shipped Azure trace, at half the capacity the curves
-   suggest; ``aragog simulate`` with the same options, for reference.
+   suggest; ``aragog simulate`` with the same options on the measured curves, for
+   reference (the simulated node is the family's, each engine at its model's curve).
 
 Everything lands in the output folder: ``deploy.yaml``, ``throughput-profile.json``,
 ``bench.json``, ``simulate.json``, ``summary.json`` (and the log, from the shell
@@ -367,6 +369,7 @@ async def _serve_and_bench(
         simulate = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "aragog.cli", "simulate", *options,
             "--policy", "aragog", "--json", str(out / "simulate.json"),
+            "--throughput-profile", str(out / "throughput-profile.json"),
         )  # fmt: skip
         await simulate.wait()
     finally:

@@ -87,6 +87,10 @@ def test_sweep_reports_rates_and_maximum_throughput_and_draws_a_plot(tmp_path):
         (["simulate", "--rate", "-1", "--requests", "5"], "--rate: expected"),
         (["simulate", "--trace", "missing.csv"], "missing.csv"),
         (["sweep", "--rate", "0", "--requests", "5"], "--rate"),
+        (
+            ["simulate", "--throughput-profile", "none.json"],
+            "none.json: cannot read (No such file or directory)",
+        ),
     ],
 )
 def test_bad_input_gets_one_line_and_a_non_zero_exit(args, message):

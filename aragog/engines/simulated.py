@@ -27,6 +27,7 @@ from collections import deque
 from dataclasses import dataclass
 
 from aragog.engines.latency import LatencyModel
+from aragog.engines.measured import MeasuredLatency
 
 logger = logging.getLogger(__name__)
 
@@ -48,14 +49,16 @@ class SimulatedEngine:
 
     Args:
         name: the engine's name, for logs.
-        latency: the latency model of its model on its GPUs.
+        latency: the latency model of its model on its GPUs, or a measured curve.
         max_batch: most calls running at once (KV cache capacity).
 
     Raises:
         ValueError: ``max_batch`` below 1.
     """
 
-    def __init__(self, name: str, latency: LatencyModel, max_batch: int) -> None:
+    def __init__(
+        self, name: str, latency: LatencyModel | MeasuredLatency, max_batch: int
+    ) -> None:
         if max_batch < 1:
             raise ValueError(
                 f"engine {name!r}: max_batch must be >= 1, got {max_batch}"

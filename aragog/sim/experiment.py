@@ -19,10 +19,12 @@ from aragog.accuracy.generator import generate_profile
 from aragog.accuracy.profile import AccuracyProfile, load_profile
 from aragog.configs import ConfigSpace
 from aragog.engines.latency import LatencyModel
+from aragog.engines.measured import MeasuredLatency
 from aragog.engines.simulated import SimulatedEngine
-from aragog.errors import ConfigError
+from aragog.errors import ConfigError, ProfileError
 from aragog.models import ModelFamily, load_family
 from aragog.orchestrator import EngineView
+from aragog.runtime.monitor import ThroughputCurve
 from aragog.scheduling.policies import make_policy
 from aragog.sim import traces
 from aragog.sim.loop import SimulatedNode, SimulationResult, simulate
@@ -51,6 +53,7 @@ class ExperimentSpec:
     profile: str | None = None
     router: str = "oracle"
     num_profile_inputs: int = DEFAULT_NUM_PROFILE_INPUTS
+    throughput_profile: str | None = None
     policies: tuple[str, ...] = ("aragog", "per-input", "per-workflow")
 
     def validate(self) -> None:
@@ -82,6 +85,7 @@ class Experiment:
         self.space = ConfigSpace.create(load_workflow(spec.workflow), self.family)
         self.trace = traces.load_trace(spec.trace)
         self.profile = self._load_profile()
+        self.measured = self._measured_curves()
 
     @cached_property
     def policies(self) -> dict:
@@ -130,7 +134,12 @@ class Experiment:
         views, engines = [], []
         for spec in self.family.engines():
             model = self.family.model(spec.model)
-            latency = LatencyModel(model, self.family.gpu)
+            curve = self.measured.get(spec.name)
+            latency: LatencyModel | MeasuredLatency
+            if curve is None:
+                latency = LatencyModel(model, self.family.gpu)
+            else:
+                latency = MeasuredLatency(curve)
             loads, throughput = latency.throughput_curve(context, output)
             saturation = latency.saturation_batch(context, output)
             views.append(
@@ -154,6 +163,39 @@ class Experiment:
             lengths,
             self.spec.beam_width,
         )
+
+    def _measured_curves(self) -> dict[str, ThroughputCurve]:
+        """The measured curve of each engine the throughput profile covers (by its
+        name, else its model's); the others keep the latency model.
+
+        Raises:
+            ProfileError: the file cannot be read, or covers none of the engines.
+        """
+        from aragog.runtime.monitor import load_throughput_profile
+
+        path = self.spec.throughput_profile
+        if path is None:
+            return {}
+        profile = load_throughput_profile(path)
+        curves = {}
+        for engine in self.family.engines():
+            curve = profile.curve_for(engine.name, engine.model)
+            if curve is not None:
+                curves[engine.name] = curve
+        if not curves:
+            raise ProfileError(
+                f"--throughput-profile {path}: no curve for any engine of "
+                f"{self.family.name} (models {', '.join(self.family.model_names)})"
+            )
+        missing = [e.name for e in self.family.engines() if e.name not in curves]
+        logger.info(
+            "measured curves for %d engines from %s; latency model for %d (%s)",
+            len(curves),
+            path,
+            len(missing),
+            ", ".join(missing) or "none",
+        )
+        return curves
 
     def capacity_rps(self) -> float:
         """An upper bound on the node's request rate: every engine at its peak
