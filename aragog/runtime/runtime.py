@@ -470,12 +470,11 @@ class Runtime:
         for run in list(self._runs.values()):
             self._close(run, NotReady("the runtime is shutting down"), "failed")
         if self._scheduler is not None:
+            self._wake.set()
             self._scheduler.cancel()
             await asyncio.gather(self._scheduler, return_exceptions=True)
 
         await self._stop_engines()
-        if self._embed_pool is not None:
-            self._embed_pool.shutdown(wait=False, cancel_futures=True)
         if self._state is not RuntimeState.FAILED:
             self._state = RuntimeState.STOPPED
         logger.info("runtime stopped in %.1f s", time.monotonic() - began_s)
@@ -493,6 +492,8 @@ class Runtime:
             await loop.run_in_executor(self._embed_pool, routing.load)
 
     async def _stop_engines(self) -> None:
+        if self._embed_pool is not None:
+            self._embed_pool.shutdown(wait=False, cancel_futures=True)
         results = await asyncio.gather(
             *(e.shutdown() for e in self._engines), return_exceptions=True
         )
@@ -599,6 +600,12 @@ class Runtime:
             features = await asyncio.get_running_loop().run_in_executor(
                 self._embed_pool, learned.embed, run.input_text
             )
+        except asyncio.CancelledError:
+            # A shutdown cancels pending embeddings after failing their runs: the
+            # run's future says why. Otherwise the caller was cancelled.
+            if run.closed:
+                return
+            raise
         except Exception as exc:
             logger.warning("run %s: embedding failed: %s", run.id, exc)
             message = f"the learned router could not embed the input: {exc}"
@@ -683,7 +690,10 @@ class Runtime:
     # --- scheduling and stage calls -------------------------------------------------
 
     async def _schedule_forever(self) -> None:
-        while True:
+        # The loop ends on the state, not only on cancellation: on Python 3.10 and
+        # 3.11, wait_for swallows a cancel that arrives as its awaitable completes
+        # (a run's last stage sets the wake event just before a shutdown).
+        while self._state in (RuntimeState.READY, RuntimeState.STARTING):
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), TICK_S)
             self._wake.clear()
