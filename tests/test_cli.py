@@ -144,3 +144,26 @@ def test_serve_refuses_a_router_file_in_one_line_before_starting_anything(tmp_pa
         assert proc.returncode != 0
         assert "Traceback" not in proc.stderr
         assert proc.stderr.strip().splitlines()[-1] == f"error: {message}"
+
+
+def test_serve_without_the_serve_extra_says_how_to_install_it(tmp_path, monkeypatch):
+    from aragog.errors import ConfigError
+    from aragog.server.serve import serve
+
+    deploy = tmp_path / "deploy.yaml"
+    remote = {"url": "http://127.0.0.1:9/v1"}
+    engines = [
+        {"model": m, "remote": remote}
+        for m in ("qwen2.5-7b", "qwen2.5-14b", "qwen2.5-32b")
+    ]
+    doc = {"family": "qwen2.5", "workflows": ["self-refine"], "engines": engines}
+    deploy.write_text(json.dumps(doc))
+    # A None entry makes `import uvicorn` raise ImportError, as on a machine without it.
+    monkeypatch.setitem(sys.modules, "uvicorn", None)
+
+    with pytest.raises(ConfigError) as info:
+        serve(str(deploy))
+
+    assert str(info.value).startswith(
+        "aragog serve needs the serve extra (pip install 'aragog[serve]'): "
+    )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 
+from aragog.errors import ConfigError
 from aragog.runtime.deploy import load_deployment, with_learned_routers
 from aragog.runtime.errors import EngineStartError
 from aragog.runtime.runtime import Runtime, RuntimeState
@@ -36,17 +37,27 @@ def serve(
     Raises:
         DeploymentError: the deployment file or a router file is invalid (before
             anything starts).
+        ConfigError: the serve extra (FastAPI, uvicorn, prometheus-client) is not
+            installed.
         EngineStartError: an engine failed to start (the server stopped).
     """
-    import uvicorn
-
-    from aragog.server.app import create_app
-    from aragog.server.metrics import ServerMetrics
-
-    # The deployment, the runtime with its metrics, and the app around them.
+    # The deployment and its routers first: a bad file is reported whatever is here.
     deployment = load_deployment(config_path)
     if routers:
         deployment = with_learned_routers(deployment, list(routers))
+
+    # The serving parts are an optional extra.
+    try:
+        import uvicorn
+
+        from aragog.server.app import create_app
+        from aragog.server.metrics import ServerMetrics
+    except ImportError as exc:
+        raise ConfigError(
+            f"aragog serve needs the serve extra (pip install 'aragog[serve]'): {exc}"
+        ) from None
+
+    # The runtime with its metrics, and the app around them.
     metrics = ServerMetrics()
     runtime = Runtime(deployment, observer=metrics)
     metrics.watch(runtime)
