@@ -6,6 +6,7 @@ import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -18,6 +19,19 @@ def _aragog(*args: str, cwd=None) -> subprocess.CompletedProcess:
     return subprocess.run(
         [*command, *args], capture_output=True, text=True, timeout=300, cwd=cwd
     )
+
+
+def _remote_deployment(tmp_path) -> Path:
+    """A self-refine deployment on remote engines that nothing listens for."""
+    deploy = tmp_path / "deploy.yaml"
+    remote = {"url": "http://127.0.0.1:9/v1"}
+    engines = [
+        {"model": m, "remote": remote}
+        for m in ("qwen2.5-7b", "qwen2.5-14b", "qwen2.5-32b")
+    ]
+    doc = {"family": "qwen2.5", "workflows": ["self-refine"], "engines": engines}
+    deploy.write_text(json.dumps(doc))
+    return deploy
 
 
 def test_simulate_writes_every_policy_with_the_documented_fields(tmp_path):
@@ -119,14 +133,7 @@ def test_a_broken_workflow_file_is_named_with_its_field(tmp_path):
 def test_serve_refuses_a_router_file_in_one_line_before_starting_anything(tmp_path):
     from test_deploy import _router_file
 
-    deploy = tmp_path / "deploy.yaml"
-    remote = {"url": "http://127.0.0.1:9/v1"}
-    engines = [
-        {"model": m, "remote": remote}
-        for m in ("qwen2.5-7b", "qwen2.5-14b", "qwen2.5-32b")
-    ]
-    doc = {"family": "qwen2.5", "workflows": ["self-refine"], "engines": engines}
-    deploy.write_text(json.dumps(doc))
+    deploy = _remote_deployment(tmp_path)
     voting = _router_file(tmp_path, "voting")
     cases = [
         ("missing.npz", "--router missing.npz: no such file"),
@@ -150,14 +157,7 @@ def test_serve_without_the_serve_extra_says_how_to_install_it(tmp_path, monkeypa
     from aragog.errors import ConfigError
     from aragog.server.serve import serve
 
-    deploy = tmp_path / "deploy.yaml"
-    remote = {"url": "http://127.0.0.1:9/v1"}
-    engines = [
-        {"model": m, "remote": remote}
-        for m in ("qwen2.5-7b", "qwen2.5-14b", "qwen2.5-32b")
-    ]
-    doc = {"family": "qwen2.5", "workflows": ["self-refine"], "engines": engines}
-    deploy.write_text(json.dumps(doc))
+    deploy = _remote_deployment(tmp_path)
     # A None entry makes `import uvicorn` raise ImportError, as on a machine without it.
     monkeypatch.setitem(sys.modules, "uvicorn", None)
 
